@@ -172,14 +172,14 @@ void mki_gemm_default_blocking(mk_isa isa, mki_gemm_blocking *b) {
         /* 6 x 16 on AVX2: 12 ymm accumulators + 2 weight vectors + 1 broadcast */
         b->mr_f32 = 6;
         b->mr_dot = 6;
-        b->mr_widen = 6;
+        b->mr_widen = 5; /* 10 accumulators: the widening needs 4 more registers than FP32 */
     }
-    /* A panel's k block stays in L2 while all row tiles pass over it, next to the activations streaming through:
-     * a quarter of L2. Raw weights are repacked per k block into a buffer that should stay in L1: half of L1. */
-    b->kc_bytes = l2 / 4;
-    b->kc_raw_bytes = l1 / 2;
+    /* BLIS-style: a panel's k block of weights (KC x 32 words) in half of L1, the activation block it multiplies
+     * (MC rows x KC) in half of L2, partial sums of the unit's panels next to it. */
+    b->kc_bytes = l1 / 2;
+    b->mc_bytes = l2 / 2;
     b->nb_panels = 4;
-    b->prefetch_bytes = 1024;
+    b->prefetch_bytes = 8192;
     b->max_threads = 0;
     b->min_flops_per_thread = (int64_t)4 << 20;
 }
@@ -191,8 +191,8 @@ static void clamp_blocking(mk_isa isa, mki_gemm_blocking *b) {
     CLAMP_MR(mr_dot);
     CLAMP_MR(mr_widen);
 #undef CLAMP_MR
-    if (b->kc_bytes < 0) b->kc_bytes = 0;
-    if (b->kc_raw_bytes < 4096) b->kc_raw_bytes = 4096;
+    if (b->kc_bytes < 2048) b->kc_bytes = 2048;
+    if (b->mc_bytes < 4096) b->mc_bytes = 4096;
     if (b->nb_panels < 1) b->nb_panels = 1;
     if (b->prefetch_bytes < 0) b->prefetch_bytes = 0;
     if (b->prefetch_bytes > 65536) b->prefetch_bytes = 65536;

@@ -109,11 +109,11 @@ typedef struct mki_gemm_blocking {
     int mr_f32;        /* micro-kernel rows, FP32 weights (<= 14 on AVX-512, <= 6 on AVX2) */
     int mr_dot;        /* micro-kernel rows, BF16 weights with vdpbf16ps (AVX-512 only) */
     int mr_widen;      /* micro-kernel rows, BF16 weights widened to FP32 */
-    int64_t kc_bytes;  /* bytes of one panel's k block of PACKED weights that should stay cached while every row
-                          tile of a group passes over it (0 = whole k); the k block is a multiple of 16 steps */
-    int64_t kc_raw_bytes; /* same for RAW weights, which are repacked on the fly one k block at a time */
-    int nb_panels;     /* panels (32 columns each) per work unit handed to a thread */
-    int prefetch_bytes; /* software prefetch distance ahead of the weight stream (0 = none) */
+    int64_t kc_bytes;  /* KC: bytes of one panel's k block of weights (128 bytes per k step), kept in L1 while every
+                          row tile of a row block passes over it (raw weights are repacked into such a block) */
+    int64_t mc_bytes;  /* MC: bytes of packed activations (row block x KC) kept in L2 while the unit's panels pass */
+    int nb_panels;     /* NC: panels (32 columns each) per work unit handed to a thread */
+    int prefetch_bytes; /* software prefetch distance (into L1) ahead of a streamed weight panel (0 = none) */
     int max_threads;   /* 0 = mk_get_num_threads() */
     int64_t min_flops_per_thread; /* below this much work per extra thread, fewer threads are used */
 } mki_gemm_blocking;

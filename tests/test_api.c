@@ -250,5 +250,11 @@ Test(api, convert_bad_arguments) {
     TU_EXPECT_FAIL(mk_convert(dst, MK_BF16, src, MK_F32, -1), MK_EINVAL, "n");
     TU_EXPECT_FAIL(mk_convert(dst, (mk_dtype)5, src, MK_F32, 4), MK_EINVAL, "dst_dtype");
     TU_EXPECT_FAIL(mk_convert(dst, MK_BF16, src, (mk_dtype)5, 4), MK_EINVAL, "src_dtype");
+    /* docs/api.md: overlapping dst and src is MK_EINVAL (checked) */
+    float buf[8] = {1, 2, 3, 4, 5, 6, 7, 8}, bkeep[8];
+    memcpy(bkeep, buf, sizeof buf);
+    TU_EXPECT_FAIL2(mk_convert(buf + 1, MK_F32, buf, MK_F32, 4), MK_EINVAL, "dst", "src");
+    TU_EXPECT_FAIL2(mk_convert((uint16_t *)(void *)buf + 1, MK_BF16, buf, MK_F32, 4), MK_EINVAL, "dst", "src");
+    cr_expect(tu_same_bytes(buf, bkeep, sizeof buf), "a failed overlapping mk_convert wrote");
     cr_expect(tu_same_bytes(dst, keep, sizeof dst), "a failed mk_convert wrote into dst");
 }

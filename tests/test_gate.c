@@ -406,13 +406,48 @@ Test(gate, real_shape_grouped) {
     random_gate_case(c, 48, 80, 1006); /* top-2 sum rule */
 }
 
-Test(gate, zero_tokens_writes_nothing) {
+Test(gate, zero_tokens_writes_nothing_but_zero_counts) {
+    /* docs/api.md: n_tokens = 0 writes nothing, except counts, which is overwritten by definition (zeros) */
     float logits[8] = {0};
-    int32_t ids[2] = {77, 77};
+    int32_t ids[2] = {77, 77}, counts[8];
     float w[2] = {12345.0f, 12345.0f};
-    mk_moe_gate_args a = gate_args(0, 8, 2, logits, ids, w, NULL);
+    for (int e = 0; e < 8; e++) counts[e] = 55;
+    mk_moe_gate_args a = gate_args(0, 8, 2, logits, ids, w, counts);
     TU_EXPECT_OK(mk_moe_gate(&a));
     cr_expect(ids[0] == 77 && ids[1] == 77 && w[0] == 12345.0f && w[1] == 12345.0f, "n_tokens = 0 wrote output");
+    for (int e = 0; e < 8; e++) cr_expect_eq(counts[e], 0, "counts[%d] = %d, want 0", e, counts[e]);
+    /* with no tokens, logits, ids and weights may be NULL */
+    a = gate_args(0, 8, 2, NULL, NULL, NULL, NULL);
+    TU_EXPECT_OK(mk_moe_gate(&a));
+}
+
+Test(gate, softmax_ignores_nan_logits) {
+    /* logits [0, ln 2, NaN, ln 3, ln 4]: the NaN expert gets a NaN score and stays out of the denominator, so the
+     * others keep softmax = [0.1, 0.2, -, 0.3, 0.4]; top-2 = [4, 3] with 0.4, 0.3 */
+    const float logits[5] = {0.0f, logf(2.0f), NAN, logf(3.0f), logf(4.0f)};
+    int32_t ids[2];
+    float w[2];
+    mk_moe_gate_args a = gate_args(1, 5, 2, logits, ids, w, NULL);
+    a.score_func = MK_SCORE_SOFTMAX, a.renormalize = 0, a.routed_scaling_factor = 1.0f;
+    TU_EXPECT_OK(mk_moe_gate(&a));
+    expect_ids(ids, (const int32_t[]){4, 3}, 2, "softmax with a NaN logit");
+    expect_weights(w, (const double[]){0.4, 0.3}, 2, "softmax with a NaN logit");
+}
+
+Test(gate, group_ties_go_to_lower_group) {
+    /* select = [0.5, 0.1 | 0.2, 0.5] (logits 0, logit(0.1), logit(0.2), 0), 2 groups, keep 1, top 2, no bias
+     * (group score = max): both groups score exactly 0.5 -> group 0 -> [0, 1]. Choosing group 1 would give [3, 2];
+     * plain top-2 gives [0, 3]. */
+    const float logits[4] = {0.0f, (float)log(0.1 / 0.9), (float)log(0.2 / 0.8), 0.0f};
+    int32_t ids[2];
+    float w[2];
+    mk_moe_gate_args a = gate_args(1, 4, 2, logits, ids, w, NULL);
+    a.n_groups = 2, a.topk_groups = 1;
+    TU_EXPECT_OK(mk_moe_gate(&a));
+    expect_ids(ids, (const int32_t[]){0, 1}, 2, "tied groups");
+    a.n_groups = 0;
+    TU_EXPECT_OK(mk_moe_gate(&a));
+    expect_ids(ids, (const int32_t[]){0, 3}, 2, "plain (tie between experts 0 and 3)");
 }
 
 Test(gate, bad_arguments) {
@@ -444,6 +479,10 @@ Test(gate, bad_arguments) {
     TU_EXPECT_FAIL(mk_moe_gate(&a), MK_EINVAL, "n_tokens");
     a = good, a.logits_stride = -1;
     TU_EXPECT_FAIL(mk_moe_gate(&a), MK_EINVAL, "logits_stride");
+    a = good, a.logits_stride = E - 1; /* rows would overlap: 0 or >= n_experts */
+    TU_EXPECT_FAIL(mk_moe_gate(&a), MK_EINVAL, "logits_stride");
+    a = good, a.weights = (float *)(void *)(ids + 1); /* ids and weights overlap */
+    TU_EXPECT_FAIL2(mk_moe_gate(&a), MK_EINVAL, "ids", "weights");
     a = good, a.score_func = (mk_score_func)2;
     TU_EXPECT_FAIL(mk_moe_gate(&a), MK_EINVAL, "score_func");
     a = good, a.n_groups = 3; /* 8 % 3 != 0 */
@@ -554,5 +593,9 @@ Test(bias_update, bad_arguments) {
     TU_EXPECT_FAIL(mk_expert_bias_update(b, counts, 4, 1e-3f, (mk_bias_rule)7, 0), MK_EINVAL, "rule");
     TU_EXPECT_FAIL(mk_expert_bias_update(b, counts, 4, NAN, MK_BIAS_SIGN, 0), MK_EINVAL, "rate");
     TU_EXPECT_FAIL(mk_expert_bias_update(b, counts, 4, INFINITY, MK_BIAS_ADAPTIVE, 0), MK_EINVAL, "rate");
+    TU_EXPECT_FAIL(mk_expert_bias_update(b, counts, 4, -1e-3f, MK_BIAS_SIGN, 0), MK_EINVAL, "rate");
+    TU_EXPECT_FAIL(mk_expert_bias_update(b, counts, 4, 1e-3f, MK_BIAS_SIGN, 2), MK_EINVAL, "zero_mean");
+    TU_EXPECT_FAIL(mk_expert_bias_update(b, (const int32_t[]){1, 2, -3, 4}, 4, 1e-3f, MK_BIAS_SIGN, 0), MK_EINVAL,
+                   "counts");
     cr_expect(tu_same_bytes(b, keep, sizeof b), "a failed mk_expert_bias_update changed the bias");
 }

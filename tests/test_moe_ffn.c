@@ -4,8 +4,10 @@
  * Expected values: hand-computed constants (silu(2) = 1.7615941559557646, ...) and an independent double loop
  * written here (per token, per slot: gate/up dot products, silu, down projection, weighted sum; plus the shared
  * expert). It does not call mk_grouped_gemm or mk_swiglu.
- * Tolerances: hand cases |got - want| <= 1e-6 * |want| + 1e-6; random cases NMSE <= 1e-10 and
- * max |got - want| <= 1e-5 * max |want|; swiglu per element <= 2e-6 * |want| + 1e-7.
+ * Tolerances: hand cases |got - want| <= 1e-6 * |want| + 1e-6; random cases with F32 weights NMSE <= 1e-10 and
+ * max |got - want| <= 1e-5 * max |want|; with BF16 weights (bf16-exact values) the documented contract (docs/api.md:
+ * a kernel may round the activations to BF16 for vdpbf16ps) NMSE <= 5e-4 and max |err| <= 20 sqrt(5e-4) rms;
+ * swiglu per element <= 2e-6 * |want| + 1e-7.
  */
 #include <criterion/criterion.h>
 
@@ -110,8 +112,9 @@ Test(moe_ffn, hand_case_one_expert_then_shared) {
 
 /* ============================================ random vs the loop ============================================ */
 
-static void run_ffn_case(int64_t T, int64_t H, int64_t E, int64_t F, int64_t K, int64_t SD, int64_t xs, int64_t ys,
-                         int minus_one_every, mk_dtype wdt, uint64_t seed) {
+/* packed: -1 = raw weight pointers, else every weight tensor goes through mk_pack_weights with that mode. */
+static void run_ffn_case_p(int64_t T, int64_t H, int64_t E, int64_t F, int64_t K, int64_t SD, int64_t xs, int64_t ys,
+                           int minus_one_every, mk_dtype wdt, int packed, uint64_t seed) {
     tu_rng r;
     tu_rng_seed(&r, seed);
     ffn_case c = {.T = T, .H = H, .E = E, .F = F, .K = K, .SD = SD, .xs = xs, .ys = ys};
@@ -163,7 +166,24 @@ static void run_ffn_case(int64_t T, int64_t H, int64_t E, int64_t F, int64_t K, 
     }
     if (SD == 0) psg = psu = psd = NULL;
     mk_moe_ffn_args a = ffn_args(&c, wdt, pg, pu, pd, psg, psu, psd, y);
+    mk_packed_weights *pk[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    if (packed >= 0) {
+        const mk_pack_mode mode = (mk_pack_mode)packed;
+        TU_ASSERT_OK(mk_pack_weights(pg, wdt, E, F, H, mode, &pk[0]));
+        TU_ASSERT_OK(mk_pack_weights(pu, wdt, E, F, H, mode, &pk[1]));
+        TU_ASSERT_OK(mk_pack_weights(pd, wdt, E, H, F, mode, &pk[2]));
+        a.packed_gate = pk[0], a.packed_up = pk[1], a.packed_down = pk[2];
+        a.w_gate = a.w_up = a.w_down = NULL; /* a packed handle replaces the raw pointer */
+        if (SD > 0) {
+            TU_ASSERT_OK(mk_pack_weights(psg, wdt, 1, SD, H, mode, &pk[3]));
+            TU_ASSERT_OK(mk_pack_weights(psu, wdt, 1, SD, H, mode, &pk[4]));
+            TU_ASSERT_OK(mk_pack_weights(psd, wdt, 1, H, SD, mode, &pk[5]));
+            a.packed_shared_gate = pk[3], a.packed_shared_up = pk[4], a.packed_shared_down = pk[5];
+            a.shared_gate = a.shared_up = a.shared_down = NULL;
+        }
+    }
     TU_ASSERT_OK(mk_moe_ffn(&a));
+    for (int i = 0; i < 6; i++) mk_packed_weights_free(pk[i]);
     double maxw = 0;
     for (int64_t t = 0; t < T; t++) {
         memcpy(got + t * H, y + t * ys, sizeof(float) * (size_t)H);
@@ -175,12 +195,39 @@ static void run_ffn_case(int64_t T, int64_t H, int64_t E, int64_t F, int64_t K, 
             }
     }
     double nmse = tu_nmse_d(want, got, T * H), mad = tu_max_abs_diff_d(want, got, T * H);
-    cr_expect(nmse <= 1e-10, "T %lld H %lld E %lld F %lld K %lld SD %lld %s: NMSE %.3g > 1e-10", (long long)T,
-              (long long)H, (long long)E, (long long)F, (long long)K, (long long)SD, mk_dtype_name(wdt), nmse);
-    cr_expect(mad <= 1e-5 * maxw, "T %lld H %lld %s: max abs diff %.3g > 1e-5 * %.3g", (long long)T, (long long)H,
-              mk_dtype_name(wdt), mad, maxw);
+    if (wdt == MK_F32 || packed == MK_PACK_BF16_WIDEN) {
+        /* F32 weights, or BF16 weights widened with exact activations: float rounding only */
+        cr_expect(nmse <= 1e-10, "T %lld H %lld E %lld F %lld K %lld SD %lld %s packed %d: NMSE %.3g > 1e-10",
+                  (long long)T, (long long)H, (long long)E, (long long)F, (long long)K, (long long)SD,
+                  mk_dtype_name(wdt), packed, nmse);
+        cr_expect(mad <= 1e-5 * maxw, "T %lld H %lld %s packed %d: max abs diff %.3g > 1e-5 * %.3g", (long long)T,
+                  (long long)H, mk_dtype_name(wdt), packed, mad, maxw);
+    } else {
+        /* documented BF16 contract: activations (x, and h before the down projection) may be rounded to BF16 */
+        double rms = 0;
+        for (int64_t i = 0; i < T * H; i++) rms += want[i] * want[i];
+        rms = sqrt(rms / (double)(T * H));
+        cr_expect(nmse <= 5e-4, "T %lld H %lld E %lld F %lld K %lld SD %lld bf16: NMSE %.3g > 5e-4", (long long)T,
+                  (long long)H, (long long)E, (long long)F, (long long)K, (long long)SD, nmse);
+        cr_expect(mad <= 20 * sqrt(5e-4) * rms, "T %lld H %lld bf16: max abs diff %.3g > 20 sqrt(5e-4) rms = %.3g",
+                  (long long)T, (long long)H, mad, 20 * sqrt(5e-4) * rms);
+    }
     free(c.x), free(c.wts), free(c.ids), free(c.wg), free(c.wu), free(c.wd), free(c.sg), free(c.su), free(c.sdn);
     free(want), free(y), free(got), free(bg), free(bu), free(bd), free(bsg), free(bsu), free(bsd);
+}
+
+static void run_ffn_case(int64_t T, int64_t H, int64_t E, int64_t F, int64_t K, int64_t SD, int64_t xs, int64_t ys,
+                         int minus_one_every, mk_dtype wdt, uint64_t seed) {
+    run_ffn_case_p(T, H, E, F, K, SD, xs, ys, minus_one_every, wdt, -1, seed);
+}
+
+Test(moe_ffn, packed_weights) {
+    /* the same cases through packed handles: F32, BF16 default (documented 5e-4), BF16 widened (exact activations) */
+    run_ffn_case_p(37, 64, 8, 48, 2, 32, 70, 66, 7, MK_F32, MK_PACK_DEFAULT, 110);
+    run_ffn_case_p(37, 64, 8, 48, 2, 32, 70, 66, 7, MK_BF16, MK_PACK_DEFAULT, 111);
+    run_ffn_case_p(37, 64, 8, 48, 2, 32, 70, 66, 7, MK_BF16, MK_PACK_BF16_WIDEN, 112);
+    run_ffn_case_p(5, 3, 4, 2, 2, 2, 3, 3, 3, MK_F32, MK_PACK_DEFAULT, 113); /* tiny: partial panels everywhere */
+    run_ffn_case_p(9, 512, 8, 128, 4, 0, 512, 512, 0, MK_BF16, MK_PACK_BF16_WIDEN, 114);
 }
 
 Test(moe_ffn, tiny_with_shared_vs_double_loop) {
@@ -228,6 +275,9 @@ Test(moe_ffn, zero_tokens_writes_nothing) {
     a.w_gate = w, a.w_up = w, a.w_down = w, a.y = y;
     TU_EXPECT_OK(mk_moe_ffn(&a));
     for (int h = 0; h < 3; h++) cr_expect(tu_same_bytes(&y[h], &(uint32_t){TU_SENTINEL_BITS}, 4), "y[%d] written", h);
+    /* with no tokens, x, y, ids and weights may be NULL */
+    a.x = NULL, a.y = NULL, a.expert_ids = NULL, a.expert_weights = NULL;
+    TU_EXPECT_OK(mk_moe_ffn(&a));
 }
 
 Test(moe_ffn, bad_arguments) {
@@ -290,6 +340,12 @@ Test(moe_ffn, bad_arguments) {
     TU_EXPECT_FAIL(mk_moe_ffn(&a), MK_EINVAL, "x_stride");
     a = good, a.y_stride = -3;
     TU_EXPECT_FAIL(mk_moe_ffn(&a), MK_EINVAL, "y_stride");
+    a = good, a.x_stride = H - 1;
+    TU_EXPECT_FAIL(mk_moe_ffn(&a), MK_EINVAL, "x_stride");
+    a = good, a.y_stride = H - 1;
+    TU_EXPECT_FAIL(mk_moe_ffn(&a), MK_EINVAL, "y_stride");
+    a = good, a.y = (float *)(void *)x + 1, a.x = x; /* y overlaps x */
+    TU_EXPECT_FAIL2(mk_moe_ffn(&a), MK_EINVAL, "y", "x");
     const int32_t ids_big[T * K] = {0, 1, 2, 4}, ids_neg[T * K] = {0, -2, 2, 3};
     a = good, a.expert_ids = ids_big;
     TU_EXPECT_FAIL(mk_moe_ffn(&a), MK_EINVAL, "expert_ids");
@@ -395,7 +451,18 @@ Test(swiglu, bad_arguments_and_zero_rows) {
     TU_EXPECT_FAIL(mk_swiglu(g, 0, u, -4, o, 0, 2, 4), MK_EINVAL, "up_stride");
     TU_EXPECT_FAIL(mk_swiglu(g, 0, u, 0, o, -4, 2, 4), MK_EINVAL, "out_stride");
     TU_EXPECT_FAIL(mk_swiglu(g, 0, u, 0, o, 0, INT64_MAX / 2, 4), MK_EINVAL, "n_rows");
+    TU_EXPECT_FAIL(mk_swiglu(g, 0, u, 0, o, 3, 2, 4), MK_EINVAL, "out_stride");
+    TU_EXPECT_FAIL(mk_swiglu(g, 2, u, 0, o, 0, 2, 4), MK_EINVAL, "gate_stride");
     cr_expect(tu_same_bytes(o, keep, sizeof o), "a failed mk_swiglu wrote into out");
     TU_EXPECT_OK(mk_swiglu(g, 0, u, 0, o, 0, 0, 4));
     cr_expect(tu_same_bytes(o, keep, sizeof o), "n_rows = 0 wrote into out");
+    TU_EXPECT_OK(mk_swiglu(NULL, 0, NULL, 0, NULL, 0, 0, 4)); /* zero rows: pointers may be NULL */
+    /* out may be gate or up (same pointer and stride); any other overlap is MK_EINVAL */
+    float gg[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, gkeep[12];
+    memcpy(gkeep, gg, sizeof gg);
+    TU_EXPECT_FAIL2(mk_swiglu(gg, 0, u, 0, gg + 1, 0, 2, 4), MK_EINVAL, "out", "gate");
+    TU_EXPECT_FAIL2(mk_swiglu(g, 0, gg, 4, gg, 6, 2, 4), MK_EINVAL, "out", "up");
+    cr_expect(tu_same_bytes(gg, gkeep, sizeof gg), "a failed overlapping mk_swiglu wrote");
+    /* gate and up may overlap each other (both only read) */
+    TU_EXPECT_OK(mk_swiglu(gg, 0, gg + 1, 0, o, 0, 2, 4));
 }

@@ -160,7 +160,17 @@ Test(norm, rmsnorm_bad_arguments) {
     TU_EXPECT_FAIL(mk_rmsnorm(x, 0, w, 1e-5f, 2, 4, o, -1), MK_EINVAL, "out_stride");
     TU_EXPECT_FAIL(mk_rmsnorm(x, 0, w, 1e-5f, INT64_MAX / 2, 4, o, 0), MK_EINVAL, "n_rows");
     TU_EXPECT_FAIL2(mk_rmsnorm(x, INT64_MAX / 2, w, 1e-5f, 3, 4, o, 0), MK_EINVAL, "x_stride", "n_rows");
+    TU_EXPECT_FAIL(mk_rmsnorm(x, 3, w, 1e-5f, 2, 4, o, 0), MK_EINVAL, "x_stride");   /* 0 < stride < dim */
+    TU_EXPECT_FAIL(mk_rmsnorm(x, 0, w, 1e-5f, 2, 4, o, 2), MK_EINVAL, "out_stride"); /* rows would overlap */
     cr_expect(tu_same_bytes(o, keep, sizeof o), "a failed mk_rmsnorm wrote into out");
+    /* out partially overlapping x (not the same rows): MK_EINVAL, x untouched */
+    float xx[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, xkeep[12];
+    memcpy(xkeep, xx, sizeof xx);
+    TU_EXPECT_FAIL2(mk_rmsnorm(xx, 0, w, 1e-5f, 2, 4, xx + 2, 0), MK_EINVAL, "out", "x");
+    TU_EXPECT_FAIL2(mk_rmsnorm(xx, 4, w, 1e-5f, 2, 4, xx, 6), MK_EINVAL, "out", "x"); /* same pointer, other stride */
+    cr_expect(tu_same_bytes(xx, xkeep, sizeof xx), "a failed overlapping mk_rmsnorm wrote");
+    /* zero rows: data pointers may be NULL */
+    TU_EXPECT_OK(mk_rmsnorm(NULL, 0, w, 1e-5f, 0, 4, NULL, 0));
 }
 
 /* ============================================== mk_rmsnorm_add ============================================== */
@@ -221,9 +231,15 @@ Test(norm, rmsnorm_add_bad_arguments) {
     TU_EXPECT_FAIL(mk_rmsnorm_add(res, -1, br, 0, w, 1e-5f, 2, 4), MK_EINVAL, "residual_stride");
     TU_EXPECT_FAIL(mk_rmsnorm_add(res, 0, br, -1, w, 1e-5f, 2, 4), MK_EINVAL, "branch_stride");
     TU_EXPECT_FAIL(mk_rmsnorm_add(res, 0, br, 0, w, 1e-5f, INT64_MAX / 2, 4), MK_EINVAL, "n_rows");
+    TU_EXPECT_FAIL(mk_rmsnorm_add(res, 2, br, 0, w, 1e-5f, 2, 4), MK_EINVAL, "residual_stride");
+    TU_EXPECT_FAIL(mk_rmsnorm_add(res, 0, br, 3, w, 1e-5f, 2, 4), MK_EINVAL, "branch_stride");
+    /* branch must be disjoint from residual */
+    TU_EXPECT_FAIL2(mk_rmsnorm_add(res, 0, res + 2, 0, w, 1e-5f, 1, 4), MK_EINVAL, "branch", "residual");
+    TU_EXPECT_FAIL2(mk_rmsnorm_add(res, 0, res, 0, w, 1e-5f, 2, 4), MK_EINVAL, "branch", "residual");
     cr_expect(tu_same_bytes(res, keep, sizeof res), "a failed mk_rmsnorm_add wrote into residual");
     TU_EXPECT_OK(mk_rmsnorm_add(res, 0, br, 0, w, 1e-5f, 0, 4));
     cr_expect(tu_same_bytes(res, keep, sizeof res), "n_rows = 0 wrote into residual");
+    TU_EXPECT_OK(mk_rmsnorm_add(NULL, 0, NULL, 0, w, 1e-5f, 0, 4)); /* zero rows: data may be NULL */
 }
 
 /* ================================================= mk_knorm ================================================= */
@@ -342,6 +358,10 @@ Test(norm, knorm_bad_arguments) {
     TU_EXPECT_FAIL(mk_knorm(&b, w, 1e-5f), MK_EINVAL, "token_stride");
     b = k, b.head_stride = -1;
     TU_EXPECT_FAIL(mk_knorm(&b, w, 1e-5f), MK_EINVAL, "head_stride");
+    b = k, b.head_stride = HD - 1; /* heads would overlap */
+    TU_EXPECT_FAIL(mk_knorm(&b, w, 1e-5f), MK_EINVAL, "head_stride");
+    b = k, b.token_stride = HK * HD - 1; /* shorter than one token's span */
+    TU_EXPECT_FAIL(mk_knorm(&b, w, 1e-5f), MK_EINVAL, "token_stride");
     b = k, b.n_tokens = INT64_MAX / 2, b.n_heads = 1, b.head_dim = 4;
     TU_EXPECT_FAIL(mk_knorm(&b, w, 1e-5f), MK_EINVAL, "n_tokens");
     cr_expect(tu_same_bytes(buf, keep, sizeof buf), "a failed mk_knorm wrote into k");
@@ -452,9 +472,9 @@ Test(norm, knorm_rope_bf16_out_neox) { knorm_rope_case(MK_ROPE_NEOX, 0, MK_BF16,
 Test(norm, knorm_rope_in_place_alias) { knorm_rope_case(MK_ROPE_INTERLEAVED, 0, MK_F32, 1, 45); }
 
 Test(norm, knorm_rope_bf16_rounding_is_nearest) {
-    /* Head of constants: rmsnorm gives w[i] * c/sqrt(c^2+eps) with eps = 0 -> exactly w[i] (c > 0), position 0 is
-     * the identity, so k_out[i] = bf16(w[i]). With w[i] = 1 + j/256 (j odd, between two bf16 values 1 + m/128),
-     * round-to-nearest-even and truncation give different results; 1 + 3/512 is above the tie -> rounds up. */
+    /* A head of 2s with eps = 0 normalises to exactly 1, and position 0 is the identity, so k_out[i] = bf16(w[i]).
+     * The weights sit between the bf16 neighbours 1 and 1 + 1/128 (or 1 + 1/128 and 1 + 2/128), where
+     * round-to-nearest and truncation differ: 1 + 3/512 is above the tie and must round up. */
     float k[HD], w[HD];
     uint16_t out[HD];
     for (int i = 0; i < HD; i++) {
@@ -468,9 +488,9 @@ Test(norm, knorm_rope_bf16_rounding_is_nearest) {
     mk_heads kv = tu_heads(k, MK_F32, 1, 1, HD, 0, 0), ko = tu_heads(out, MK_BF16, 1, 1, HD, 0, 0);
     const int32_t pos[1] = {0};
     TU_ASSERT_OK(mk_knorm_rope(&kv, w, 0.0f, cache, pos, &ko));
-    /* rmsnorm of a constant 2 row with eps 0 is 2/2 = 1 in exact arithmetic; allow the float rsqrt to be a few ulps
-     * off only where it cannot move the rounding: elements 0 and 4.. (w = 1 + 3/512, far from a tie) must be 0x3f81.
-     * Elements 1..3 sit within 2^-9 of a tie, checked with their exact expectation. */
+    /* Elements 0 and 4.. (w = 1 + 3/512) sit 2^-9 above a tie, far beyond any float error of the norm: they must be
+     * 0x3f81 exactly. Elements 2 and 3 are exact ties, where a few ulps of float error in 2/sqrt(4) may move the
+     * result either way: only the two neighbours are accepted there. */
     cr_expect_eq(out[0], 0x3f81u, "1+3/512: got 0x%04x (truncation gives 0x3f80)", out[0]);
     for (int i = 4; i < HD; i++)
         if (out[i] != 0x3f81u) {
@@ -518,6 +538,18 @@ Test(norm, knorm_rope_bad_arguments) {
     b = kv, b.dtype = MK_BF16; /* k must be F32 */
     TU_EXPECT_FAIL(mk_knorm_rope(&b, w, 1e-5f, cache, pos, &ko), MK_EINVAL, "k");
     cr_expect(tu_same_bytes(out, keep, sizeof out), "a failed mk_knorm_rope wrote into k_out");
+
+    /* k_out partially overlapping k (shifted by one head), or the same memory with another stride: MK_EINVAL */
+    float big[3 * HK * HD], bigkeep[3 * HK * HD];
+    tu_fill_const(big, 3 * HK * HD, 1.0f);
+    memcpy(bigkeep, big, sizeof big);
+    mk_heads k2 = tu_heads(big, MK_F32, T, HK, HD, 0, 0), o2 = tu_heads(big + HD, MK_F32, T, HK, HD, 0, 0);
+    TU_EXPECT_FAIL2(mk_knorm_rope(&k2, w, 1e-5f, cache, pos, &o2), MK_EINVAL, "k_out", "k");
+    o2 = tu_heads(big, MK_F32, T, HK, HD, HK * HD + 8, 0);
+    TU_EXPECT_FAIL2(mk_knorm_rope(&k2, w, 1e-5f, cache, pos, &o2), MK_EINVAL, "k_out", "k");
+    o2 = tu_heads(big, MK_BF16, T, HK, HD, 0, 0); /* same data, other dtype */
+    TU_EXPECT_FAIL2(mk_knorm_rope(&k2, w, 1e-5f, cache, pos, &o2), MK_EINVAL, "k_out", "k");
+    cr_expect(tu_same_bytes(big, bigkeep, sizeof big), "a failed overlapping mk_knorm_rope wrote");
 
     /* zero tokens: OK, nothing written */
     mk_heads k0 = kv, o0 = ko;

@@ -358,6 +358,11 @@ Test(rope, bad_arguments) {
     TU_EXPECT_FAIL(mk_rope(c, pos, &b, &kv), MK_EINVAL, "token_stride");
     b = qv, b.n_tokens = -1;
     TU_EXPECT_FAIL(mk_rope(c, pos, &b, NULL), MK_EINVAL, "n_tokens");
+    b = qv, b.head_stride = HD - 1;
+    TU_EXPECT_FAIL(mk_rope(c, pos, &b, NULL), MK_EINVAL, "head_stride");
+    b = qv, b.token_stride = HQ * HD - 1;
+    TU_EXPECT_FAIL(mk_rope(c, pos, &b, NULL), MK_EINVAL, "token_stride");
+    TU_EXPECT_FAIL2(mk_rope(c, pos, &qv, &qv), MK_EINVAL, "q", "k"); /* the same view would be rotated twice */
     b = qv, b.n_tokens = INT64_MAX / 2, b.n_heads = 1, b.head_dim = 64;
     TU_EXPECT_FAIL(mk_rope(c, pos, &b, NULL), MK_EINVAL, "n_tokens");
     cr_expect(tu_same_bytes(q, q0, sizeof(float) * T * HQ * HD), "a failed mk_rope modified q");
@@ -369,7 +374,9 @@ Test(rope, bad_arguments) {
     TU_EXPECT_OK(mk_rope(c, pos, &q00, &k00));
     cr_expect(tu_same_bytes(q, q0, sizeof(float) * T * HQ * HD), "n_tokens = 0 modified q");
     cr_expect(tu_same_bytes(k, k0, sizeof(float) * T * HKV * HD), "n_tokens = 0 modified k");
+    TU_EXPECT_OK(mk_rope(c, NULL, &q00, &k00)); /* no tokens: positions may be NULL */
     mk_rope_cache_destroy(c);
     mk_rope_cache_destroy(wide);
+    mk_rope_cache_destroy(NULL); /* documented as fine */
     free(q), free(k), free(q0), free(k0);
 }

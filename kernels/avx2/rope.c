@@ -1,0 +1,4 @@
+/* rope kernels for avx2: the template kernels/simd/rope.inc compiled with this ISA's flags. */
+#include "simd/vec.h"
+#include "simd/simd.h"
+#include "simd/rope.inc"

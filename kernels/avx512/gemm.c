@@ -1,0 +1,4 @@
+/* grouped GEMM and fused MoE FFN kernels for avx512: the template kernels/simd/gemm.inc compiled with this ISA's flags. */
+#include "simd/vec.h"
+#include "simd/simd.h"
+#include "simd/gemm.inc"

@@ -1,0 +1,12 @@
+/* table.c: the avx512 kernel table: the reference table, then every SIMD group overrides the slots it speeds up.
+ * Compiled with avx512 flags, so it is only ever called on a CPU that runs avx512 (see dispatch/table.c). */
+#include "simd/simd.h"
+
+void mki_table_init_avx512(mki_kernel_table *t) {
+    mki_table_init_ref(t);
+    t->name = "avx512";
+    t->isa = MK_ISA_AVX512;
+#define MKI_REGISTER_GROUP(g) mki_register_##g##_avx512(t);
+    MKI_SIMD_GROUPS(MKI_REGISTER_GROUP)
+#undef MKI_REGISTER_GROUP
+}
