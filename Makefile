@@ -28,7 +28,7 @@ CRIT_CFLAGS := $(shell $(PKG_CONFIG) --cflags criterion 2>/dev/null)
 CRIT_LIBS   := $(shell $(PKG_CONFIG) --libs criterion 2>/dev/null || echo -lcriterion)
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -Iinclude -Idispatch -Ikernels $(WARN) $(DEP_CFLAGS)
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -Iinclude -Idispatch -Ikernels -Imodel $(WARN) $(DEP_CFLAGS)
 CFLAGS_ALL = $(BASE_CFLAGS) $(OPT) $(CFLAGS)
 
 # Per-ISA flags (never -march=native).
@@ -43,16 +43,17 @@ ISA_DEFS := $(if $(ISA_SRCS_avx2),-DMOEKIT_HAVE_AVX2) $(if $(ISA_SRCS_avx512),-D
 endif
 LIB_SRCS := $(GENERIC_SRCS) $(ISA_SRCS_avx2) $(ISA_SRCS_avx512)
 
-TOOL_SRCS := $(wildcard tools/*.c)
+MODEL_SRCS := $(wildcard model/*.c)
+TOOL_SRCS := $(wildcard tools/*.c) $(MODEL_SRCS)
 TEST_SRCS := $(wildcard tests/*.c)
-HEADERS   := $(wildcard include/*.h dispatch/*.h kernels/*/*.h kernels/*/*.inc tools/*.h tests/*.h)
+HEADERS   := $(wildcard include/*.h dispatch/*.h kernels/*/*.h kernels/*/*.inc model/*.h tools/*.h tests/*.h)
 
 # Two object trees: $(B)/obj (normal) and $(B)/san (AddressSanitizer + UBSan).
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
 obj = $(patsubst %.c,$(B)/$(1)/%.o,$(2))
 
-.PHONY: all lib tool check check-plain check-san demo install uninstall clean deps
+.PHONY: all lib tool check check-isa check-plain check-san demo install uninstall clean deps
 all: lib tool
 
 deps:
@@ -93,17 +94,28 @@ $(B)/san/tests/%.o: tests/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(SAN_FLAGS) $(CRIT_CFLAGS) -c $< -o $@
 
-$(B)/moekit-tests: $(call obj,obj,$(TEST_SRCS)) $(B)/libmoekit.a
-	$(CC) -o $@ $(call obj,obj,$(TEST_SRCS)) $(B)/libmoekit.a $(CRIT_LIBS) $(DEP_LIBS)
+$(B)/moekit-tests: $(call obj,obj,$(TEST_SRCS) $(MODEL_SRCS)) $(B)/libmoekit.a
+	$(CC) -o $@ $(call obj,obj,$(TEST_SRCS) $(MODEL_SRCS)) $(B)/libmoekit.a $(CRIT_LIBS) $(DEP_LIBS)
 
-$(B)/moekit-tests-san: $(call obj,san,$(TEST_SRCS)) $(call obj,san,$(LIB_SRCS))
+$(B)/moekit-tests-san: $(call obj,san,$(TEST_SRCS)) $(call obj,san,$(MODEL_SRCS)) $(call obj,san,$(LIB_SRCS))
 	$(CC) $(SAN_FLAGS) -o $@ $^ $(CRIT_LIBS) $(DEP_LIBS)
 
 # Test runs: plain, then under sanitizers. Each prints Criterion's Synthesis line with the real count.
 TEST_JOBS ?= 2
+# Order: benchmark smoke, fuzz smoke, the golden model check, the suite under MOEKIT_MAX_ISA=ref and =avx2 (so the
+# AVX2 kernels are tested on an AVX-512 machine too), then the suite at the best ISA, then under ASan + UBSan. The
+# last line printed is Criterion's Synthesis line of the sanitizer run.
 check: deps
 	@$(MAKE) --no-print-directory all $(B)/moekit-tests $(B)/moekit-tests-san
-	@$(MAKE) --no-print-directory check-plain check-san
+	@$(MAKE) --no-print-directory bench-smoke fuzz-smoke golden-check check-isa check-plain check-san
+
+# The Criterion suite with the dispatcher capped at each lower ISA (a cap above the CPU's own level is harmless).
+CHECK_ISAS ?= ref avx2
+check-isa: $(B)/moekit-tests
+	@for isa in $(CHECK_ISAS); do \
+	  echo "== Criterion suite with MOEKIT_MAX_ISA=$$isa"; \
+	  MOEKIT_MAX_ISA=$$isa $(B)/moekit-tests --jobs $(TEST_JOBS) -S || exit 1; \
+	done
 
 check-plain: $(B)/moekit-tests $(B)/moekit
 	$(B)/moekit check --quick
@@ -117,6 +129,8 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	$(B)/moekit info
 	$(B)/moekit check
+	@test -f $(B)/tiny/model.safetensors || $(B)/moekit gen --preset tiny --seed 1 --out $(B)/tiny
+	$(B)/moekit run --model $(B)/tiny --prompt 1,5,9,2,7,3,8,4 --max-new 16
 
 # ---- install
 $(B)/moekit.pc: Makefile
@@ -142,3 +156,8 @@ uninstall:
 
 clean:
 	rm -rf $(B)
+
+# Fragments: benchmarks (make bench, bench-smoke), the model's fuzzers (fuzz, fuzz-smoke), the golden model check.
+-include bench/bench.mk
+-include model/model.mk
+include tests/golden/golden.mk

@@ -16,10 +16,14 @@ static void usage(FILE *out) {
             "commands:\n"
             "  info       CPU, features, topology, ISA selection, threads, and the kernel each op uses\n"
             "  check      run every op on every ISA this CPU has and compare with the reference kernels\n"
+            "  gen        write a random openPangu-R checkpoint (config.json + model.safetensors)\n"
+            "  run        load a checkpoint and generate tokens greedily with the reference model\n"
             "  version    print the library version\n"
             "  help       this text (also -h, --help)\n"
             "\n");
     cli_check_usage(out);
+    cli_gen_usage(out);
+    cli_run_usage(out);
     fprintf(out,
             "\n"
             "environment:\n"
@@ -171,6 +175,8 @@ int main(int argc, char **argv) {
         return cmd_info();
     }
     if (!strcmp(cmd, "check")) return cli_check(argc - 1, argv + 1);
+    if (!strcmp(cmd, "gen")) return cli_gen(argc - 1, argv + 1);
+    if (!strcmp(cmd, "run")) return cli_run(argc - 1, argv + 1);
     fprintf(stderr, "moekit: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return CLI_USAGE;
