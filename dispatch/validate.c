@@ -94,18 +94,18 @@ static size_t heads_bytes(const mk_heads *v) {
 }
 
 mk_status mki_check_heads(const char *fn, const char *name, const mk_heads *in, mk_heads *out, int allow_bf16) {
-    char field[96];
-    mk_status st;
     if (!in) return mki_error(MK_EINVAL, "%s: %s = NULL", fn, name);
     mk_heads v = *in;
-    snprintf(field, sizeof field, "%s.dtype", name);
-    if ((st = need_dtype(fn, field, v.dtype, allow_bf16))) return st;
-    snprintf(field, sizeof field, "%s.n_tokens", name);
-    if ((st = need_count(fn, field, v.n_tokens))) return st;
-    snprintf(field, sizeof field, "%s.n_heads", name);
-    if ((st = need_dim(fn, field, v.n_heads))) return st;
-    snprintf(field, sizeof field, "%s.head_dim", name);
-    if ((st = need_dim(fn, field, v.head_dim))) return st;
+    /* The field names are formatted only on failure (this runs on every call). */
+    if (!(v.dtype == MK_F32 || (allow_bf16 && v.dtype == MK_BF16)))
+        return mki_error(MK_EINVAL, "%s: %s.dtype = %d is not %s", fn, name, (int)v.dtype,
+                         allow_bf16 ? "MK_F32 or MK_BF16" : "MK_F32 (this operand must be F32)");
+    if (v.n_tokens < 0)
+        return mki_error(MK_EINVAL, "%s: %s.n_tokens = %lld must be >= 0", fn, name, (long long)v.n_tokens);
+    if (v.n_heads < 1)
+        return mki_error(MK_EINVAL, "%s: %s.n_heads = %lld must be >= 1", fn, name, (long long)v.n_heads);
+    if (v.head_dim < 1)
+        return mki_error(MK_EINVAL, "%s: %s.head_dim = %lld must be >= 1", fn, name, (long long)v.head_dim);
     if (v.head_stride == 0) v.head_stride = v.head_dim;
     if (v.head_stride < v.head_dim)
         return mki_error(MK_EINVAL, "%s: %s.head_stride = %lld must be 0 or >= head_dim = %lld", fn, name,
